@@ -1,0 +1,1 @@
+"""mixlab: mixed-sample data augmentation for PyTorch."""
