@@ -1,0 +1,7 @@
+"""`python -m mixlab.lab` is the `mixlab` command."""
+
+import sys
+
+from mixlab.lab.cli import main
+
+sys.exit(main())
