@@ -8,7 +8,17 @@
 from mixlab import masks
 from mixlab.collate import collate
 from mixlab.losses import mix_loss, mixed_cross_entropy
-from mixlab.methods import CutMix, FMix, Mixer, MixParams, MixUp, ResizeMix, SaliencyMix
+from mixlab.methods import (
+    AutoMix,
+    CutMix,
+    FMix,
+    ManifoldMix,
+    Mixer,
+    MixParams,
+    MixUp,
+    ResizeMix,
+    SaliencyMix,
+)
 from mixlab.policies import Alternate, RandomChoice
 from mixlab.target import MixedTarget
 
@@ -16,8 +26,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Alternate",
+    "AutoMix",
     "CutMix",
     "FMix",
+    "ManifoldMix",
     "MixParams",
     "MixUp",
     "MixedTarget",
