@@ -52,22 +52,28 @@ def target_for(method: str, mode: str, shape: tuple[int, ...]) -> float | None:
     return TARGETS.get((method, mode, shape), TARGETS.get((method, mode, None)))
 
 
-def timed_round_robin(fns: dict, device: torch.device, repeats: int) -> dict[str, float]:
-    """Median wall time in ms of each function. Every repeat times every function
-    once, in turn, so a load spike on this shared machine hits floors and
-    methods alike instead of skewing one ratio."""
+def timed_round_robin(
+    fns: dict, device: torch.device, repeats: int, inner: int = 10
+) -> dict[str, float]:
+    """Median wall time in ms of each function.
+
+    Each function is timed over `inner` back-to-back calls (the steady state a
+    training loop sees, as `timeit` does); these blocks are interleaved across
+    functions and repeated, so a load spike on this shared machine hits floors
+    and methods alike instead of skewing one ratio."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for fn in fns.values():
-        for _ in range(2):
+        for _ in range(3):
             fn()
     sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn()
+            for _ in range(inner):
+                fn()
             sync()
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - start) / inner)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
@@ -128,7 +134,7 @@ def _format_row(r: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")

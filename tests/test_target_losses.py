@@ -116,6 +116,7 @@ def test_gradient_of_mixed_loss_matches_soft_target_loss():
             "reduction",
         ),
         (lambda: mixlab.mixed_cross_entropy(torch.randn(4, 3), torch.arange(3) % 3), "target"),
+        (lambda: mixlab.mixed_cross_entropy(torch.randn(4, 3), random_target(4, 5, 0)), "target"),
     ],
 )
 def test_bad_targets_raise(call, match):

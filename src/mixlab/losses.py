@@ -29,7 +29,13 @@ def _per_sample_ce(log_probs: Tensor, y: Tensor) -> Tensor:
     """-log p(y) per sample: y int (B, *S) or float (B, K, *S)."""
     if y.is_floating_point():
         return -(y * log_probs).sum(dim=1)
-    return -log_probs.gather(1, y.long().unsqueeze(1)).squeeze(1)
+    try:
+        return -log_probs.gather(1, y.long().unsqueeze(1)).squeeze(1)
+    except RuntimeError as error:  # an index out of [0, K): say which argument
+        raise ValueError(
+            f"target: class indices must be in [0, {log_probs.shape[1]}) for logits with "
+            f"{log_probs.shape[1]} classes ({error})"
+        ) from None
 
 
 def mixed_cross_entropy(

@@ -7,6 +7,8 @@ and nothing here synchronises with the host.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -30,8 +32,14 @@ def beta(
     categories is the same distribution and its sampler can.
     """
     dev = _rng_device(generator, torch.device(device))
-    conc = torch.tensor([a, b], dtype=torch.float32, device=dev).expand(n, 2)
+    conc = _concentration(float(a), float(b), dev).expand(n, 2)
     return torch._sample_dirichlet(conc, generator=generator)[:, 0].to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _concentration(a: float, b: float, device: torch.device) -> Tensor:
+    # Cached: building a small tensor costs as much as the draw itself.
+    return torch.tensor([a, b], dtype=torch.float32, device=device)
 
 
 def uniform(
@@ -83,9 +91,7 @@ def cyclic_permutation(
     """
     dev = _rng_device(generator, torch.device(device))
     order = torch.randperm(batch, generator=generator, device=dev)
-    perm = torch.empty_like(order)
-    perm[order] = order.roll(-1)
-    return perm.to(device)
+    return torch.empty_like(order).scatter_(0, order, order.roll(-1)).to(device)
 
 
 def pair_permutation(

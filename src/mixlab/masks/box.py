@@ -7,12 +7,24 @@ masks and computing the kept area all stay on the device without a host sync.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from mixlab._checks import check_lam_vector, check_spatial_shape
+
+
+@functools.lru_cache(maxsize=64)
+def _sizes(shape: tuple[int, ...], device: torch.device) -> Tensor:
+    return torch.tensor(shape, device=device, dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(shape: tuple[int, ...], device: torch.device) -> tuple[Tensor, ...]:
+    """Per axis, the positions 0..n-1 shaped (1, n) for comparing against bounds (n_boxes, 1)."""
+    return tuple(torch.arange(n, device=device).view(1, n) for n in shape)
 
 
 def _uniform(n: int, d: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -39,7 +51,7 @@ def box_bounds(
     Returns:
         `(lo, hi)`, each (n, d) int64 with 0 <= lo <= hi <= size.
     """
-    size = torch.tensor(shape, device=sides.device, dtype=sides.dtype)
+    size = _sizes(tuple(shape), sides.device)
     u = _uniform(sides.shape[0], sides.shape[1], generator, sides.device)
     if clip:
         return box_bounds_at((u * size).floor(), sides, shape)
@@ -50,9 +62,10 @@ def box_bounds(
 
 def box_bounds_at(centre: Tensor, sides: Tensor, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
     """Boxes (n, d) of the given sides around `centre` (n, d), clipped at the border."""
-    size = torch.tensor(shape, device=sides.device, dtype=sides.dtype)
-    lo = (centre - sides / 2).round().clamp(min=0).minimum(size)
-    hi = (centre + sides / 2).round().clamp(min=0).minimum(size)
+    size = _sizes(tuple(shape), sides.device)
+    half = sides / 2
+    lo = (centre - half).round_().clamp_(min=0).minimum(size)
+    hi = (centre + half).round_().clamp_(min=0).minimum(size)
     return lo.long(), hi.long()
 
 
@@ -65,8 +78,8 @@ def box_bounds_from_lam(
 ) -> tuple[Tensor, Tensor]:
     """Boxes covering a (1 - lam) fraction of the sample: each side is
     size * (1 - lam) ** (1 / d), as CutMix does in 2D."""
-    size = torch.tensor(shape, device=lam.device, dtype=torch.float32)
-    ratio = (1.0 - lam.float()).clamp(0, 1) ** (1.0 / len(shape))
+    size = _sizes(tuple(shape), lam.device)
+    ratio = (1.0 - lam.float()).clamp_(0, 1).pow_(1.0 / len(shape))
     return box_bounds(ratio.unsqueeze(1) * size, shape, clip=clip, generator=generator)
 
 
@@ -74,11 +87,10 @@ def inside(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
     """Boolean (n, *shape): True inside each box, from bounds (n, d)."""
     d = len(shape)
     result = None
-    for axis, n_axis in enumerate(shape):
-        pos = torch.arange(n_axis, device=lo.device)
+    for axis, pos in enumerate(_positions(tuple(shape), lo.device)):
         on_axis = (pos >= lo[:, axis : axis + 1]) & (pos < hi[:, axis : axis + 1])
         view = [lo.shape[0]] + [1] * d
-        view[axis + 1] = n_axis
+        view[axis + 1] = pos.shape[1]
         on_axis = on_axis.view(view)
         result = on_axis if result is None else result & on_axis
     return result
@@ -90,7 +102,7 @@ def kept_fraction(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
     for n_axis in shape:
         total *= n_axis
     area = (hi - lo).prod(dim=1)
-    return (total - area).float() / total
+    return area.float().div_(-total).add_(1.0)
 
 
 def box(

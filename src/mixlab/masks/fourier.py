@@ -63,8 +63,18 @@ def low_frequency_noise(
     """
     shape = check_spatial_shape(shape)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    return low_frequency_noise_unchecked(n, shape, float(decay_power), generator, device)
+
+
+def low_frequency_noise_unchecked(
+    n: int,
+    shape: tuple[int, ...],
+    decay_power: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
     rng_device = generator.device if generator is not None else device
-    scale = _spectrum_scale(shape, float(decay_power), rng_device)
+    scale = _spectrum_scale(shape, decay_power, rng_device)
     spectrum = torch.randn((n, *scale.shape, 2), generator=generator, device=rng_device)
     spectrum.mul_(scale.unsqueeze(-1))
     dims = tuple(range(1, len(shape) + 1))
@@ -154,13 +164,25 @@ def fourier(
     if dtype == torch.bool and max_soft > 0:
         raise ValueError("dtype: soft masks (max_soft > 0) cannot be torch.bool")
     device = torch.device(device) if device is not None else lam.device
+    return fourier_masks(lam, shape, decay_power, max_soft, generator, device).to(dtype)
+
+
+def fourier_masks(
+    lam: Tensor,
+    shape: tuple[int, ...],
+    decay_power: float,
+    max_soft: float,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Tensor:
+    """`fourier` without argument checks, for callers that validated already:
+    bool masks, or float ones when max_soft > 0."""
     with torch.no_grad():
-        noise = low_frequency_noise(
-            lam.shape[0], shape, decay_power=decay_power, generator=generator, device=device
-        ).flatten(1)
+        noise = low_frequency_noise_unchecked(lam.shape[0], shape, decay_power, generator, device)
+        noise = noise.flatten(1)
         lam = lam.to(device=device, dtype=noise.dtype)
         if max_soft > 0:
             mask = soft_top_fraction(noise, lam, max_soft)
         else:
             mask = top_fraction(noise, lam)
-        return mask.to(dtype).view(lam.shape[0], *shape)
+        return mask.view(lam.shape[0], *shape)

@@ -33,6 +33,15 @@ class BoxMixer(Mixer):
         shape = tuple(x.shape[d] for d in spatial_dims)
         return box_bounds_from_lam(lam, shape, clip=self.correct_lam, generator=generator)
 
+    def host_box(self, lam, x, spatial_dims, generator):
+        # The same draws and arithmetic as the device path, on CPU tensors of one
+        # box, read back as slices (CPU values: no device sync).
+        shape = tuple(x.shape[d] for d in spatial_dims)
+        lo, hi = self.box_bounds(lam, x, None, spatial_dims, generator)
+        kept = float(kept_fraction(lo, hi, shape)[0])
+        slices = tuple(slice(a, b) for a, b in zip(lo[0].tolist(), hi[0].tolist(), strict=True))
+        return slices, kept
+
     def draw_masks(self, lam, x, source, spatial_dims, generator):
         shape = tuple(x.shape[d] for d in spatial_dims)
         lo, hi = self.box_bounds(lam, x, source, spatial_dims, generator)
@@ -67,6 +76,7 @@ class CutMix(BetaLam, BoxMixer):
         spatial_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__(mode=mode, p=p, keep_dominant=keep_dominant, spatial_dims=spatial_dims)
+        self.host_batch = True
         self.alpha = check_alpha(alpha)
         self.correct_lam = bool(correct_lam)
         self.minmax = _check_minmax(minmax)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from mixlab import sampling
 from mixlab._checks import check_alpha
-from mixlab.masks.fourier import fourier
+from mixlab.masks.fourier import fourier_masks
 from mixlab.methods.base import Mixer
 
 
@@ -62,16 +62,7 @@ class FMix(Mixer):
 
     def draw_masks(self, lam, x, source, spatial_dims, generator):
         shape = tuple(x.shape[d] for d in spatial_dims)
-        soft = self.max_soft > 0
-        mask = fourier(
-            lam,
-            shape,
-            decay_power=self.decay_power,
-            max_soft=self.max_soft,
-            generator=generator,
-            device=x.device,
-            dtype=torch.float32 if soft else torch.bool,
-        )
+        mask = fourier_masks(lam, shape, self.decay_power, self.max_soft, generator, x.device)
         # Report what the mask really keeps, not what was asked for.
         dims = tuple(range(1, mask.ndim))
         exact = mask.sum(dims, dtype=torch.float32) / mask[0].numel()

@@ -48,6 +48,7 @@ class MixUp(BetaLam, Mixer):
         spatial_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__(mode=mode, p=p, keep_dominant=keep_dominant, spatial_dims=spatial_dims)
+        self.host_batch = True
         self.alpha = check_alpha(alpha)
 
     def draw_masks(self, lam, x, source, spatial_dims, generator):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mixlab.masks.box import box_bounds_from_lam, inside, kept_fraction
-from mixlab.methods.base import Mixer, MixParams
+from mixlab.methods.base import Mixer, MixParams, blend
 
 
 def _check_scale(scale: Sequence[float]) -> tuple[float, float]:
@@ -66,7 +66,7 @@ class ResizeMix(Mixer):
     def apply(self, x: Tensor, params: MixParams) -> Tensor:
         pasted = self._resample(x, params, params.spatial_dims, mode="bilinear")
         mask = self._mask_view(params.mask, x.ndim, params.spatial_dims)
-        return torch.where(mask, x, pasted)
+        return blend(x, pasted, mask)
 
     def apply_dense(self, dense: Tensor, params: MixParams) -> Tensor:
         extra = dense.ndim - 1 - len(params.spatial_dims)
@@ -81,7 +81,7 @@ class ResizeMix(Mixer):
         if not extra:
             pasted = pasted.squeeze(1)
         mask = self._mask_view(params.mask, dense.ndim, dims)
-        return torch.where(mask, dense, pasted)
+        return blend(dense, pasted, mask)
 
     @staticmethod
     def _resample(x: Tensor, params: MixParams, spatial_dims: tuple[int, ...], mode: str) -> Tensor:
