@@ -102,7 +102,8 @@ def kept_fraction(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
     for n_axis in shape:
         total *= n_axis
     area = (hi - lo).prod(dim=1)
-    return area.float().div_(-total).add_(1.0)
+    # (total - area) / total: both exact integers, so one correctly rounded division.
+    return (total - area).float().div_(total)
 
 
 def box(

@@ -91,9 +91,14 @@ def _kth_largest(values: Tensor, k: Tensor) -> Tensor:
     host sync.
     """
     n, m = values.shape
-    below = torch.arange(m, device=values.device) < k.unsqueeze(1)
+    below = _positions(m, values.device) < k.unsqueeze(1)
     pad = torch.where(below, -math.inf, math.inf).to(values.dtype)
     return torch.cat([values, pad], dim=1).kthvalue(m + 1, dim=1).values
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(m: int, device: torch.device) -> Tensor:
+    return torch.arange(m, device=device)
 
 
 def top_fraction(values: Tensor, lam: Tensor) -> Tensor:

@@ -3,6 +3,7 @@ with Localizable Features")."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -34,13 +35,32 @@ class BoxMixer(Mixer):
         return box_bounds_from_lam(lam, shape, clip=self.correct_lam, generator=generator)
 
     def host_box(self, lam, x, spatial_dims, generator):
-        # The same draws and arithmetic as the device path, on CPU tensors of one
-        # box, read back as slices (CPU values: no device sync).
+        # The device path's draws and arithmetic for one box, in Python floats:
+        # a dozen ops on tiny tensors would cost more than pasting the box.
         shape = tuple(x.shape[d] for d in spatial_dims)
-        lo, hi = self.box_bounds(lam, x, None, spatial_dims, generator)
-        kept = float(kept_fraction(lo, hi, shape)[0])
-        slices = tuple(slice(a, b) for a, b in zip(lo[0].tolist(), hi[0].tolist(), strict=True))
-        return slices, kept
+        d = len(shape)
+        lam = float(lam)
+        if self.minmax is None:
+            ratio = min(max(1.0 - lam, 0.0), 1.0) ** (1.0 / d)
+            sides = [ratio * n for n in shape]
+        else:
+            low, high = self.minmax
+            u = torch.rand((1, d), generator=generator).tolist()[0]
+            sides = [0.0 if lam >= 1.0 else (low + (high - low) * v) * n for v, n in zip(u, shape)]
+        u = torch.rand((1, d), generator=generator).tolist()[0]
+        bounds = []
+        for side, v, n in zip(sides, u, shape, strict=True):
+            if self.correct_lam:
+                centre = math.floor(v * n)
+                lo = min(max(round(centre - side / 2), 0), n)
+                hi = min(max(round(centre + side / 2), 0), n)
+            else:
+                side = min(max(round(side), 0), n)
+                lo = min(math.floor(v * (n - side + 1)), n - side)
+                hi = lo + side
+            bounds.append(slice(lo, hi))
+        total = math.prod(shape)
+        return tuple(bounds), (total - math.prod(b.stop - b.start for b in bounds)) / total
 
     def draw_masks(self, lam, x, source, spatial_dims, generator):
         shape = tuple(x.shape[d] for d in spatial_dims)
