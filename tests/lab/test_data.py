@@ -393,3 +393,14 @@ def test_real_fashion_mnist_from_the_debian_package_without_data_dir():
     ds = load_dataset("fashion_mnist")
     assert (len(ds.train_x), len(ds.test_x)) == (60000, 10000)
     assert ds.mean[0] == pytest.approx(0.2860, abs=1e-3)
+
+
+def test_channel_statistics_leave_float_data_untouched():
+    from mixlab.lab.data import channel_mean_std
+
+    x = torch.randn(10, 2, 5) * 3 + 1
+    before = x.clone()
+    mean, std = channel_mean_std(x)
+    assert torch.equal(x, before)
+    assert abs(mean[0] - x[:, 0].mean().item()) < 1e-5
+    assert abs(std[0] - x[:, 0].std(unbiased=False).item()) < 1e-4

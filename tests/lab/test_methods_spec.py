@@ -188,4 +188,6 @@ def test_register_method_refuses_duplicates_and_bad_names():
         register_method("mixup", mixlab.MixUp)
     with pytest.raises(ValueError, match="invalid method name"):
         register_method("none", mixlab.MixUp)
-    assert "manifoldmix" not in METHODS  # left to the model-aware methods' own issue
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("automix", methods.AutoMixStep)
+    assert METHODS["manifoldmix"] is methods.ManifoldMixStep

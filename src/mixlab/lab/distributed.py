@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,54 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     return out
 
 
+def _active() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized()
+
+
+def _coalesced(tensors: list[Tensor], op: Callable[[Tensor], None]) -> None:
+    """Apply the in-place collective ``op`` to ``tensors`` as one flat tensor per dtype/device
+    (one call each, not one per tensor), and copy the results back."""
+    groups: dict[tuple[torch.dtype, torch.device], list[Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.dtype, t.device), []).append(t)
+    for group in groups.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        op(flat)
+        for t, chunk in zip(group, flat.split([t.numel() for t in group]), strict=True):
+            t.copy_(chunk.view_as(t))
+
+
+def average_gradients(params: Iterable[Tensor]) -> None:
+    """Average ``p.grad`` over all ranks, in place, for parameters the DDP wrapper does not own
+    (a method's own trainable block). No-op when not distributed.
+
+    Every rank must pass the same parameters in the same order; a parameter without a gradient
+    gets zeros first, so the collective has the same shape on every rank.
+    """
+    if not _active():
+        return
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    world = torch_dist.get_world_size()
+
+    def mean(flat: Tensor) -> None:
+        torch_dist.all_reduce(flat, op=torch_dist.ReduceOp.SUM)
+        flat.div_(world)
+
+    _coalesced([p.grad for p in params], mean)
+
+
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank ``src``'s buffers of ``module`` (e.g. batch-norm statistics), as DDP does
+    for the model it wraps. No-op when not distributed."""
+    if not _active():
+        return
+    _coalesced(list(module.buffers()), lambda flat: torch_dist.broadcast(flat, src=src))
+
+
 def barrier() -> None:
     """Wait for all ranks (no-op when not distributed)."""
     if torch_dist.is_available() and torch_dist.is_initialized():
@@ -122,7 +171,9 @@ def derive_seed(seed: int, *keys: object) -> int:
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
+    "average_gradients",
     "barrier",
+    "broadcast_buffers",
     "derive_seed",
     "dist_info_from_env",
     "init_distributed",

@@ -14,7 +14,9 @@ Grammar (whitespace around tokens is ignored, names are case-insensitive)::
   A negative number is written as such (``-1``); a tuple of negative numbers cannot be written.
 
 Examples: ``mixup``, ``fmix:alpha=1,decay_power=3``, ``resizemix:scale=0.1-0.8``,
-``fmix+mixup``, ``mixup:alpha=0.2|cutmix``.
+``fmix+mixup``, ``mixup:alpha=0.2|cutmix``, ``manifoldmix:alpha=2,layers=0-1-2``,
+``automix:alpha=2,feature_module=layer3``. Places inside a network are stage indices of
+``model.stages`` (0 is the input) or submodule names, a list joined by ``-`` (`ManifoldMixStep`).
 
 Argument names are checked against the method's ``__init__`` signature, so a typo fails at once
 with the list of valid names, not after an hour of training.
@@ -38,12 +40,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import mixlab
+from mixlab.lab.distributed import broadcast_buffers
+from mixlab.methods import MixBlock
 
 __all__ = [
     "BASELINE",
     "COMBINATORS",
     "METHODS",
+    "AutoMixStep",
     "BaselineStep",
+    "ManifoldMixStep",
     "MixerStep",
     "TermSpec",
     "TrainStep",
@@ -79,15 +85,19 @@ class TrainStep:
 
     The trainer calls, in order: `setup` once (after the model is built, before the optimizer is
     made), `on_epoch_start` at each epoch, and `loss` for every batch inside the autocast region;
-    it then back-propagates the loss and steps the optimizer over the model's parameters plus
-    `parameters`. `state_dict`/`load_state_dict` are saved in and restored from every checkpoint,
-    so a resumed run continues exactly.
+    it then back-propagates the loss, averages the gradients of `parameters` over the ranks when
+    data-parallel (the DDP wrapper reduces only the model's), steps the optimizer over the model's
+    parameters plus `parameters`, and calls `after_step`. `state_dict`/`load_state_dict` are saved
+    in and restored from every checkpoint (one per rank), so a resumed run continues exactly.
 
     Attributes:
         label_smoothing: set by `build_train_step` from the run config.
+        seed: set by `build_train_step`, derived from the run seed and the rank: the seed of a
+            method's own generator, if it keeps one (None: not reproducible).
     """
 
     label_smoothing: float = 0.0
+    seed: int | None = None
 
     def setup(self, model: nn.Module, *, num_classes: int, device: torch.device) -> None:
         """Called once with the bare (not DDP-wrapped, not compiled) model."""
@@ -98,6 +108,10 @@ class TrainStep:
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called before each epoch (0-based ``epoch``)."""
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimizer step with the steps done so far (1 after the first) and
+        the run's total (epochs x batches per epoch). Runs once per batch: keep it cheap."""
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
         """Scalar training loss for a batch.
@@ -174,6 +188,298 @@ def _generators(obj: Any, depth: int = 0) -> list[torch.Generator]:
             for item in value:
                 found += _generators(item, depth + 1)
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Model-aware methods: ManifoldMix and AutoMix
+#
+# Both name places inside the network. A lab model lists its stages in ``model.stages``; a spec
+# names a place by stage index (``0`` is the input, ``k`` the k-th stage's output) or by submodule
+# name (``input`` is the input), so ``manifoldmix:layers=0-1-2`` means the same thing on every
+# model. A list is written with ``-`` between items, as numeric tuples are.
+
+INPUT_NAMES = ("", "input")
+
+
+def _stages(model: nn.Module) -> tuple[str, ...]:
+    return tuple(getattr(model, "stages", None) or ())
+
+
+def _place_tokens(value: Any, argname: str) -> tuple[str | int, ...] | None:
+    """A spec value naming places in a network -> a tuple of stage indices and names.
+
+    ``None`` -> None (the method's default); ``2`` -> ``(2,)``; ``"input-layer1"`` ->
+    ``("", "layer1")``; ``(0, 1)`` -> ``(0, 1)``. Digits are indices, ``input`` is the input.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items: list[Any] = value.split("-")
+    elif isinstance(value, (int, list, tuple)) and not isinstance(value, bool):
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+    else:
+        raise ValueError(f"{argname}: expected stage indices or names like 0-1-2, got {value!r}")
+    out: list[str | int] = []
+    for item in items:
+        if isinstance(item, str) and item.strip().isdigit():
+            item = int(item)
+        if isinstance(item, str):
+            item = item.strip()
+            if not item and len(items) > 1:
+                raise ValueError(f"{argname}: empty place in {value!r}")
+            out.append("" if item.lower() in INPUT_NAMES else item)
+        elif isinstance(item, int) and not isinstance(item, bool) and item >= 0:
+            out.append(item)
+        else:
+            raise ValueError(
+                f"{argname}: expected stage indices >= 0 or submodule names, got {value!r}"
+            )
+    if not out:
+        raise ValueError(f"{argname}: expected at least one place, got {value!r}")
+    return tuple(out)
+
+
+def _resolve_place(model: nn.Module, token: str | int, argname: str) -> str:
+    """A stage index (0 = the input) or a name -> the submodule name ("" for the input)."""
+    if isinstance(token, str):
+        return token
+    stages = _stages(model)
+    if token == 0:
+        return ""
+    if token > len(stages):
+        raise ValueError(
+            f"{argname}: stage {token} requested, but {type(model).__name__} has "
+            f"{len(stages)} stage(s) {stages}; 0 is the input, 1..{len(stages)} the stages"
+        )
+    return stages[token - 1]
+
+
+def _has_spatial_map(module: nn.Module) -> bool:
+    """Whether a stage outputs a feature map (B, C', *S'): the lab's spatial stages convolve;
+    the MLP's stages (Linear only) output flat hidden states (B, F)."""
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in module.modules())
+
+
+class ManifoldMixStep(TrainStep):
+    """ManifoldMix (`mixlab.ManifoldMix`) as a training step: mix hidden states at a layer drawn
+    per batch, then mixed cross-entropy on the logits.
+
+    Spec: ``manifoldmix:alpha=2,layers=0-1-2`` (or ``layers=input-layer1-layer2``).
+
+    Args:
+        alpha: lam ~ Beta(alpha, alpha).
+        layers: where to mix, one drawn uniformly per batch: stage indices (0 is the input, k the
+            k-th of ``model.stages``) or submodule names (``input`` is the input), joined by
+            ``-`` in a spec. Default: the input and the first two stages, never the last stage
+            when there are more than one: ``0-1-2`` on a network of 3 or more stages (the paper's
+            {input, layer1, layer2} on ResNets), ``0-1`` on two stages, ``0`` on one. Works on
+            flat stages (the MLP's hidden states) as well as on feature maps.
+        mode, p, keep_dominant: as for `mixlab.ManifoldMix`.
+
+    The layer is drawn from the trainer's mixing generator on CPU and from ManifoldMix's own
+    generator (seeded with `seed`, checkpointed) on an accelerator. With ``compile=True`` the
+    step runs the model uncompiled: a compiled graph ignores the mixing hook.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        layers: Any = None,
+        mode: str = "batch",
+        p: float = 1.0,
+        keep_dominant: bool = False,
+    ) -> None:
+        mixlab.MixUp(alpha, mode=mode, p=p, keep_dominant=keep_dominant)  # checks, before a run
+        self.alpha, self.mode, self.p, self.keep_dominant = alpha, mode, p, keep_dominant
+        self.layer_tokens = _place_tokens(layers, "layers")
+        self.mm: mixlab.ManifoldMix | None = None
+
+    @staticmethod
+    def default_layers(model: nn.Module) -> tuple[str, ...]:
+        """The input and the first two stages, leaving out the last stage of a deeper model."""
+        stages = _stages(model)
+        return ("", *stages[: min(2, max(len(stages) - 1, 0))])
+
+    def resolve_layers(self, model: nn.Module) -> tuple[str, ...]:
+        """The submodule names ("" for the input) the spec's layers stand for on `model`."""
+        if self.layer_tokens is None:
+            return self.default_layers(model)
+        return tuple(_resolve_place(model, t, "layers") for t in self.layer_tokens)
+
+    def setup(self, model: nn.Module, *, num_classes: int, device: torch.device) -> None:
+        self.mm = mixlab.ManifoldMix(
+            model,
+            self.resolve_layers(model),
+            self.alpha,
+            mode=self.mode,
+            p=self.p,
+            keep_dominant=self.keep_dominant,
+            seed=self.seed,
+        )
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+        # A compiled model ignores hooks added to its submodules after compilation (its graph
+        # is reused unmixed): mix through the module it wraps, run eagerly.
+        runner = getattr(model, "_orig_mod", model)
+        logits, target = self._mm(x, y, generator=generator, runner=runner)
+        return mixlab.mixed_cross_entropy(logits, target, label_smoothing=self.label_smoothing)
+
+    @property
+    def _mm(self) -> mixlab.ManifoldMix:
+        if self.mm is None:
+            raise RuntimeError("ManifoldMixStep: call setup(model, ...) first")
+        return self.mm
+
+    def state_dict(self) -> dict[str, Any]:
+        # The layer generator only: the model is the trainer's to save.
+        return {} if self.mm is None else {"generator": self.mm.get_extra_state()["generator"]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._mm.set_extra_state({"generator": state["generator"]})
+
+
+class AutoMixStep(TrainStep):
+    """AutoMix (`mixlab.AutoMix`) as a training step: the Mix Block learns the masks from the
+    EMA model's feature maps; the trainer's model is q, what is evaluated and saved.
+
+    Spec: ``automix:alpha=2,feature_module=layer3`` (or ``feature_module=3``, the third stage).
+
+    Args:
+        alpha: lam ~ Beta(alpha, alpha); the paper's 2.
+        feature_module: the stage (index, 1-based) or submodule name whose output feeds the Mix
+            Block. Default: the third stage of a network with 3 or more stages (the paper's
+            ``layer3``), else the last stage that outputs a feature map. A model whose stages are
+            flat (the MLP) is refused at setup.
+        mode, momentum, lam_margin, lam_loss_weight, clean_weight: as for `mixlab.AutoMix`
+            (``lam_loss_weight=0.1-0`` in a spec); label smoothing comes from the run config.
+        reduction, upsample: the Mix Block's (`mixlab.methods.MixBlock`).
+
+    The Mix Block's parameters are trained by the run's optimizer (same lr schedule and weight
+    decay as the model); under DDP their gradients are averaged over the ranks by the trainer.
+    `after_step` advances the EMA model and the schedules; under DDP it also gives every rank
+    rank 0's EMA batch-norm statistics (as DDP does for the model's), so ranks stay identical.
+    The checkpointed state is the Mix Block, the EMA model and the schedules' position.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        feature_module: Any = None,
+        mode: str = "batch",
+        momentum: float = 0.999,
+        lam_margin: float = 0.1,
+        lam_loss_weight: Any = (0.1, 0.0),
+        clean_weight: float = 1.0,
+        reduction: int = 2,
+        upsample: str = "linear",
+    ) -> None:
+        if isinstance(lam_loss_weight, (int, float)) and not isinstance(lam_loss_weight, bool):
+            lam_loss_weight = (lam_loss_weight, lam_loss_weight)
+        if not isinstance(lam_loss_weight, (tuple, list)) or len(lam_loss_weight) != 2:
+            raise ValueError(
+                f"lam_loss_weight: expected (start, end) like 0.1-0, got {lam_loss_weight!r}"
+            )
+        tokens = _place_tokens(feature_module, "feature_module")
+        if tokens is not None and (len(tokens) != 1 or tokens[0] in ("", 0)):
+            raise ValueError(
+                f"feature_module: expected one stage (index >= 1) or submodule name, "
+                f"got {feature_module!r}"
+            )
+        self.feature_token = None if tokens is None else tokens[0]
+        self.options: dict[str, Any] = dict(
+            alpha=alpha,
+            mode=mode,
+            momentum=momentum,
+            lam_margin=lam_margin,
+            lam_loss_weight=tuple(lam_loss_weight),
+            clean_weight=clean_weight,
+        )
+        self.block_options: dict[str, Any] = dict(reduction=reduction, upsample=upsample)
+        # Every argument is checked now, by the classes that use them, so a bad spec fails before
+        # a run starts: a throwaway AutoMix around a one-layer probe network.
+        with torch.random.fork_rng(devices=[]):  # their inits must not move the caller's RNG
+            probe = nn.Sequential(nn.Conv1d(1, 1, 1))
+            block = MixBlock(1, **self.block_options)
+            mixlab.AutoMix(probe, "0", mix_block=block, **self.options)
+        self.automix: mixlab.AutoMix | None = None
+
+    def resolve_feature_module(self, model: nn.Module) -> str:
+        """The submodule name the spec's feature_module stands for on `model`."""
+        stages = _stages(model)
+        spatial = [s for s in stages if _has_spatial_map(model.get_submodule(s))]
+        if self.feature_token is None:
+            if not stages:
+                raise ValueError(
+                    f"automix: {type(model).__name__} names no stages (model.stages); "
+                    f"pass feature_module=<submodule name>"
+                )
+            if not spatial:
+                raise ValueError(self._flat_message(model, stages))
+            return stages[2] if len(stages) >= 3 and stages[2] in spatial else spatial[-1]
+        name = _resolve_place(model, self.feature_token, "feature_module")
+        if name in stages and name not in spatial:
+            raise ValueError(self._flat_message(model, stages))
+        return name
+
+    @staticmethod
+    def _flat_message(model: nn.Module, stages: tuple[str, ...]) -> str:
+        return (
+            f"automix: the stages {stages} of {type(model).__name__} output flat hidden states "
+            f"(B, F), not feature maps (B, C', *S'); the Mix Block needs a spatial map to draw "
+            f"a mask from: use a convolutional model (cnn8, cnn28, cnn1d, fast_resnet, "
+            f"preact_resnet18, wrn28_10)"
+        )
+
+    def setup(self, model: nn.Module, *, num_classes: int, device: torch.device) -> None:
+        name = self.resolve_feature_module(model)
+        automix = mixlab.AutoMix(
+            model,
+            name,
+            num_classes,
+            label_smoothing=self.label_smoothing,
+            **self.options,
+        )
+        # The Mix Block's init draws from the trainer's "init" stream, the same on every rank.
+        automix.mix_block = MixBlock(automix.mix_block.in_channels, **self.block_options)
+        automix.mix_block.to(device)
+        self.automix = automix
+
+    @property
+    def _automix(self) -> mixlab.AutoMix:
+        if self.automix is None:
+            raise RuntimeError("AutoMixStep: call setup(model, ...) first")
+        return self.automix
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for p in self._automix.mix_block.parameters() if p.requires_grad]
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        self._automix.train()  # k normalises with batch statistics, as q does
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+        out = self._automix.training_step(x, y, generator=generator, runner=model)
+        self.last_parts = out.parts  # detached terms, for a look from outside
+        return out.loss
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self._automix.momentum_update(step, total_steps)
+        broadcast_buffers(self._automix.ema_model)
+
+    def state_dict(self) -> dict[str, Any]:
+        # The model (q) is the trainer's to save; the rest of AutoMix is here.
+        if self.automix is None:
+            return {}
+        return {
+            "mix_block": self.automix.mix_block.state_dict(),
+            "ema_model": self.automix.ema_model.state_dict(),
+            "schedule": self.automix.get_extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        automix = self._automix
+        automix.mix_block.load_state_dict(state["mix_block"])
+        automix.ema_model.load_state_dict(state["ema_model"])
+        automix.set_extra_state(state["schedule"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,4 +682,9 @@ def build_train_step(
         mixer = build_mixer(spec, seed=seed)
         step = BaselineStep() if mixer is None else MixerStep(mixer)
     step.label_smoothing = float(label_smoothing)
+    step.seed = seed
     return step
+
+
+register_method("manifoldmix", ManifoldMixStep)
+register_method("automix", AutoMixStep)

@@ -465,8 +465,16 @@ def _gallery(
     first_record_cfg = groups[0].records[0].get("config") or {}
     data_dir = data_dir if data_dir is not None else first_record_cfg.get("data_dir")
     methods = list(dict.fromkeys(g.method for g in groups if g.config.get("dataset") == dataset))
+    # Learned methods (AutoMix) draw with their trained state: seed 0's run dir per method.
+    run_dirs = {}
+    for g in groups:
+        first = min(g.records, key=lambda r: r.get("seed", 0))
+        if first.get("run_dir"):
+            run_dirs.setdefault(g.method, first["run_dir"])
     try:
-        path = draw_gallery(str(dataset), methods, dest / "gallery.png", data_dir=data_dir)
+        path = draw_gallery(
+            str(dataset), methods, dest / "gallery.png", data_dir=data_dir, run_dirs=run_dirs
+        )
     except Exception as e:  # the gallery is a picture: never lose the tables for it
         return None, f"{type(e).__name__}: {e}"
     return path, None

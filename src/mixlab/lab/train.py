@@ -44,6 +44,7 @@ from mixlab.lab.data import DeviceLoader, load_dataset
 from mixlab.lab.distributed import (
     DistInfo,
     all_reduce_sum,
+    average_gradients,
     derive_seed,
     init_distributed,
     shard_range,
@@ -441,7 +442,8 @@ class _Run:
         )
         self.step.setup(self.model, num_classes=self.ds.num_classes, device=device)
         self._build_loaders()
-        params = list(self.model.parameters()) + list(self.step.parameters())
+        self.step_params = list(self.step.parameters())  # e.g. AutoMix's Mix Block
+        params = list(self.model.parameters()) + self.step_params
         self.optimizer = build_optimizer(params, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, LRFactor(cfg, len(self.train_loader))
@@ -651,7 +653,7 @@ class _Run:
         self.step.on_epoch_start(epoch, cfg.epochs)
         self.train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
-        n = 0
+        n, steps = 0, len(self.train_loader)
         for xb, yb in self.train_loader:
             if info.enabled:
                 xb, yb = xb[lo:hi], yb[lo:hi]
@@ -659,10 +661,13 @@ class _Run:
                 loss = self.step.loss(self.trained, xb, yb, self.mix_gen)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if info.enabled and self.step_params:  # DDP reduces the model's gradients only
+                average_gradients(self.step_params)
             self.optimizer.step()
             self.scheduler.step()
             loss_sum += loss.detach().float()
             n += 1
+            self.step.after_step(epoch * steps + n, cfg.epochs * steps)
             bar.update(1)
         # One host sync per epoch: the mean over all ranks' batches.
         return (all_reduce_sum(loss_sum) / (n * info.world_size)).item()

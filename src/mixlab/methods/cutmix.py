@@ -46,7 +46,9 @@ class BoxMixer(Mixer):
         else:
             low, high = self.minmax
             u = torch.rand((1, d), generator=generator).tolist()[0]
-            sides = [0.0 if lam >= 1.0 else (low + (high - low) * v) * n for v, n in zip(u, shape)]
+            sides = [(low + (high - low) * v) * n for v, n in zip(u, shape, strict=True)]
+            if lam >= 1.0:  # p or keep_dominant said "don't mix"
+                sides = [0.0] * d
         u = torch.rand((1, d), generator=generator).tolist()[0]
         bounds = []
         for side, v, n in zip(sides, u, shape, strict=True):

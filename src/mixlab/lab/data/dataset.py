@@ -139,7 +139,8 @@ def channel_mean_std(x: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, .
     for start in range(0, len(x), chunk):
         part = x[start : start + chunk].reshape(-1, channels, math.prod(x.shape[2:])).float()
         total += part.sum((0, 2)).double().cpu()
-        total_sq += part.square_().sum((0, 2)).double().cpu()
+        # Not square_(): for float input `.float()` is a view of the dataset itself.
+        total_sq += part.square().sum((0, 2)).double().cpu()
     count = x.numel() // channels
     unit = 1 / 255 if x.dtype == torch.uint8 else 1.0
     mean = total / count
