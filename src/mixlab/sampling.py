@@ -31,9 +31,17 @@ def beta(
     `torch.distributions.Beta` cannot take a generator; a Dirichlet over two
     categories is the same distribution and its sampler can.
     """
-    dev = _rng_device(generator, torch.device(device))
+    device = torch.device(device)
+    dev = _rng_device(generator, device)
+    if a == 1.0 and b == 1.0:  # Beta(1, 1) is U(0, 1): one op instead of three
+        return _on(torch.rand(n, generator=generator, device=dev), device)
     conc = _concentration(float(a), float(b), dev).expand(n, 2)
-    return torch._sample_dirichlet(conc, generator=generator)[:, 0].to(device)
+    return _on(torch._sample_dirichlet(conc, generator=generator)[:, 0], device)
+
+
+def _on(t: Tensor, device: torch.device) -> Tensor:
+    """`t.to(device)`, skipping the dispatch when it is already there."""
+    return t if t.device == device else t.to(device)
 
 
 @functools.lru_cache(maxsize=32)
@@ -49,8 +57,9 @@ def uniform(
     device: torch.device | str = "cpu",
 ) -> Tensor:
     """`n` samples of U[0, 1) as float32 (n,) on `device`."""
-    dev = _rng_device(generator, torch.device(device))
-    return torch.rand(n, generator=generator, device=dev).to(device)
+    device = torch.device(device)
+    dev = _rng_device(generator, device)
+    return _on(torch.rand(n, generator=generator, device=dev), device)
 
 
 def sample_lam(
@@ -89,9 +98,10 @@ def cyclic_permutation(
     silently unmixed); walking a random order as a single cycle avoids them while
     keeping every partner equally likely.
     """
-    dev = _rng_device(generator, torch.device(device))
+    device = torch.device(device)
+    dev = _rng_device(generator, device)
     order = torch.randperm(batch, generator=generator, device=dev)
-    return torch.empty_like(order).scatter_(0, order, order.roll(-1)).to(device)
+    return _on(torch.empty_like(order).scatter_(0, order, order.roll(-1)), device)
 
 
 def pair_permutation(
