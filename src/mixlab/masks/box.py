@@ -96,6 +96,28 @@ def inside(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
     return result
 
 
+def outside_weight(lo: Tensor, hi: Tensor, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    """Float (n, *shape): 1 outside each box, 0 inside, from bounds (n, d).
+
+    Built as 1 - prod_axis(inside along the axis) from per-axis indicators, so
+    only the last step touches n * prod(shape) values; a boolean mask would need
+    a broadcast `&`, a `~` and a conversion, each as costly as the mixing.
+    """
+    n, d = lo.shape[0], len(shape)
+    factors = []
+    for axis, pos in enumerate(_positions(tuple(shape), lo.device)):
+        on_axis = (pos >= lo[:, axis : axis + 1]) & (pos < hi[:, axis : axis + 1])
+        view = [n] + [1] * d
+        view[axis + 1] = pos.shape[1]
+        factors.append(on_axis.to(dtype).view(view))
+    box = factors[0]
+    for factor in factors[1:-1]:
+        box = box * factor
+    if d == 1:
+        return 1.0 - box
+    return torch.addcmul(torch.ones((), dtype=dtype, device=lo.device), box, factors[-1], value=-1)
+
+
 def kept_fraction(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
     """Exact fraction (n,) of each sample outside its box, in float32."""
     total = 1

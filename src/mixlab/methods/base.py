@@ -28,7 +28,8 @@ class MixParams:
         perm: (B,) int64: sample i is mixed with sample perm[i].
         lam: (B,) float32: exact fraction of sample i taken from x[i].
         mask: None for whole-sample interpolation (MixUp); else (1 or B, *S), bool
-            or float, over the spatial dims: 1 where sample i keeps x[i].
+            or float, over the spatial dims: 1 where sample i keeps x[i]. Binary
+            unless the method interpolates (soft FMix masks).
         spatial_dims: the dims of x the mask spans.
         boxes: for box methods, `(lo, hi)` each (1 or B, d) int64.
         box_slices: batch mode drawn on the host: the one box as a slice per
@@ -335,8 +336,7 @@ class Mixer:
             )
         if params.weight is not None:
             return blend(dense, dense.index_select(0, params.perm), params.weight)
-        soft = params.mask is None or params.mask.is_floating_point()
-        if soft and not dense.is_floating_point():
+        if self.interpolates and not dense.is_floating_point():
             raise TypeError(
                 f"dense: {type(self).__name__} blends values, so an integer dense "
                 f"target ({dense.dtype}) cannot be mixed; pass float (B, K, *S) "

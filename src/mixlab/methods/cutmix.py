@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from mixlab._checks import check_alpha
-from mixlab.masks.box import box_bounds, box_bounds_from_lam, inside, kept_fraction
+from mixlab.masks.box import box_bounds, box_bounds_from_lam, kept_fraction, outside_weight
 from mixlab.methods.base import Mixer
 from mixlab.methods.mixup import BetaLam
 
@@ -67,7 +67,10 @@ class BoxMixer(Mixer):
     def draw_masks(self, lam, x, source, spatial_dims, generator):
         shape = tuple(x.shape[d] for d in spatial_dims)
         lo, hi = self.box_bounds(lam, x, source, spatial_dims, generator)
-        return ~inside(lo, hi, shape), kept_fraction(lo, hi, shape), (lo, hi)
+        # A float 0/1 mask: what `blend` wants for float batches, cheaper to build.
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        mask = outside_weight(lo, hi, shape, dtype)
+        return mask, kept_fraction(lo, hi, shape), (lo, hi)
 
 
 class CutMix(BetaLam, BoxMixer):
