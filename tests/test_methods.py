@@ -276,7 +276,7 @@ def test_resizemix_pastes_a_shrunken_partner(dims):
     x_mixed = mixlab.ResizeMix().apply(x, p)
     n = math.prod(dims)
     assert torch.allclose(1 - p.lam, ((p.boxes[1] - p.boxes[0]).prod(1).float() / n))
-    mask = p.mask.view(4, 1, *dims)
+    mask = p.mask.view(4, 1, *dims).bool()
     assert torch.equal(torch.where(mask, x_mixed, x), x)  # outside the box: untouched
 
 

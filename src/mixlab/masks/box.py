@@ -85,15 +85,7 @@ def box_bounds_from_lam(
 
 def inside(lo: Tensor, hi: Tensor, shape: Sequence[int]) -> Tensor:
     """Boolean (n, *shape): True inside each box, from bounds (n, d)."""
-    d = len(shape)
-    result = None
-    for axis, pos in enumerate(_positions(tuple(shape), lo.device)):
-        on_axis = (pos >= lo[:, axis : axis + 1]) & (pos < hi[:, axis : axis + 1])
-        view = [lo.shape[0]] + [1] * d
-        view[axis + 1] = pos.shape[1]
-        on_axis = on_axis.view(view)
-        result = on_axis if result is None else result & on_axis
-    return result
+    return outside_weight(lo, hi, shape, torch.float32) == 0
 
 
 def outside_weight(lo: Tensor, hi: Tensor, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
@@ -155,4 +147,4 @@ def box(
     device = torch.device(device) if device is not None else lam.device
     with torch.no_grad():
         lo, hi = box_bounds_from_lam(lam.to(device), shape, generator=generator)
-        return (~inside(lo, hi, shape)).to(dtype)
+        return outside_weight(lo, hi, shape, torch.float32).to(dtype)

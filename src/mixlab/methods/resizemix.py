@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mixlab.masks.box import box_bounds_from_lam, inside, kept_fraction
+from mixlab.masks.box import box_bounds_from_lam, kept_fraction, outside_weight
 from mixlab.methods.base import Mixer, MixParams, blend
 
 
@@ -61,7 +61,8 @@ class ResizeMix(Mixer):
         shape = tuple(x.shape[d] for d in spatial_dims)
         # The whole partner is pasted, so its box must lie wholly inside.
         lo, hi = box_bounds_from_lam(lam, shape, clip=False, generator=generator)
-        return ~inside(lo, hi, shape), kept_fraction(lo, hi, shape), (lo, hi)
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return outside_weight(lo, hi, shape, dtype), kept_fraction(lo, hi, shape), (lo, hi)
 
     def apply(self, x: Tensor, params: MixParams) -> Tensor:
         pasted = self._resample(x, params, params.spatial_dims, mode="bilinear")
