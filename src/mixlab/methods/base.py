@@ -328,7 +328,7 @@ class Mixer:
         if params.box_slices is not None:
             extra = dense.ndim - 1 - len(params.spatial_dims)
             return self._apply_on_host_params(dense, params, tuple(range(1 + extra, dense.ndim)))
-        if params.weight is not None and not dense.is_floating_point():
+        if self.interpolates and not dense.is_floating_point():
             raise TypeError(
                 f"dense: {type(self).__name__} blends values, so an integer dense "
                 f"target ({dense.dtype}) cannot be mixed; pass float (B, K, *S) "
@@ -336,12 +336,6 @@ class Mixer:
             )
         if params.weight is not None:
             return blend(dense, dense.index_select(0, params.perm), params.weight)
-        if self.interpolates and not dense.is_floating_point():
-            raise TypeError(
-                f"dense: {type(self).__name__} blends values, so an integer dense "
-                f"target ({dense.dtype}) cannot be mixed; pass float (B, K, *S) "
-                f"probabilities instead"
-            )
         if params.mask is None:
             weight = params.lam.view(-1, *[1] * (dense.ndim - 1))
         else:
